@@ -164,8 +164,8 @@ export function tunnelSettings(
 }
 
 export function planAttach(obs: Observed, req: AttachRequest, newKey: number): Plan {
-  checkNames([...req.tunnels, req.uplink]);
   if (req.tunnels.includes(req.uplink)) throw new PlanError(`${req.uplink} cannot be both a tunnel and the uplink`, 2);
+  checkNames([...req.tunnels, req.uplink]);
   const uplink = linkByName(obs, req.uplink);
   const tunnels = req.tunnels.map((n) => linkByName(obs, n));
   const notes: string[] = [];
