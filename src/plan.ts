@@ -67,7 +67,7 @@ export type Action =
   /** load the programs; reuse the instance's maps or create new ones */
   | { op: 'load'; programs: string[]; reuse: boolean; mapSize: number }
   | { op: 'register'; record: LinkRecord }
-  | { op: 'unregister'; ifindex: number; uplinkIfindex: number }
+  | { op: 'unregister'; ifindex: number; uplinkIfindex: number; name: string }
   | { op: 'config'; config: Config }
   /** clsact (if missing) + filter; replace swaps an existing filter atomically */
   | { op: 'attach'; ifindex: number; ifname: string; program: string; replace: boolean }
@@ -307,14 +307,14 @@ function planRemoval(obs: Observed, drop: LinkRecord[], uplinksToCheck: Set<numb
     if (exists(t) && hasFilter(t)) detaches.push({ op: 'detach', ifindex: t, ifname: nameOf(t) });
     if (exists(t) && createdClsact(t)) cleanups.push({ op: 'cleanupClsact', ifindex: t, ifname: nameOf(t) });
   }
-  for (const r of drop) unregisters.push({ op: 'unregister', ifindex: r.ifindex, uplinkIfindex: r.uplinkIfindex });
+  for (const r of drop) unregisters.push({ op: 'unregister', ifindex: r.ifindex, uplinkIfindex: r.uplinkIfindex, name: r.name });
 
   const upDetaches: Action[] = [];
   for (const u of uplinksToCheck) {
     if (remaining.some((r) => r.role === 'tunnel' && r.uplinkIfindex === u)) continue;
     if (exists(u) && hasFilter(u)) upDetaches.push({ op: 'detach', ifindex: u, ifname: nameOf(u) });
     if (records.some((r) => r.role === 'uplink' && r.ifindex === u)) {
-      unregisters.push({ op: 'unregister', ifindex: u, uplinkIfindex: 0 });
+      unregisters.push({ op: 'unregister', ifindex: u, uplinkIfindex: 0, name: nameOf(u) });
       remaining.splice(0, remaining.length, ...remaining.filter((r) => !(r.role === 'uplink' && r.ifindex === u)));
     }
     if (exists(u) && createdClsact(u)) cleanups.push({ op: 'cleanupClsact', ifindex: u, ifname: nameOf(u) });
@@ -406,7 +406,7 @@ export function planGc(obs: Observed): Plan {
   // (it skips uplinks that still have tunnels); drop them explicitly.
   for (const u of dropUplinks) {
     if (!actions.some((a) => a.op === 'unregister' && a.ifindex === u.ifindex && a.uplinkIfindex === 0)) {
-      actions.unshift({ op: 'unregister', ifindex: u.ifindex, uplinkIfindex: 0 });
+      actions.unshift({ op: 'unregister', ifindex: u.ifindex, uplinkIfindex: 0, name: u.name });
     }
   }
   return { actions, notes: [] };

@@ -92,6 +92,7 @@ export function buildStatus(obs: Observed): StatusReport {
       else if (!base.attached) warnings.push(`${r.name} (${r.role}) has lost its filter: attach again or run gc`);
       interfaces.push(base);
     }
+    interfaces.sort((a, b) => (a.role === b.role ? a.ifname.localeCompare(b.ifname, 'en', { numeric: true }) : a.role === 'uplink' ? -1 : 1));
     const slots = new Map<number, string[]>();
     for (const i of interfaces.filter((x) => x.present)) {
       const s = i.ifindex % COUNTER_SLOTS;

@@ -22,7 +22,7 @@ export function describeAction(a: Action): string | undefined {
     case 'register':
       return undefined;
     case 'unregister':
-      return undefined;
+      return `forgot ${a.name} (${a.uplinkIfindex === 0 ? "uplink" : "tunnel"})`;
   }
 }
 
