@@ -1,6 +1,7 @@
 /** Command-line parsing: pure, no I/O, so every form is unit-tested. */
 import type { Carrier } from '../layout.js';
 import { PolicyError, parsePolicy } from '../policy.js';
+import { DEFAULT_CONFIG_PATH } from '../config.js';
 
 export class UsageError extends Error {}
 
@@ -24,11 +25,14 @@ export type Command =
   | { cmd: 'status'; json: boolean }
   | { cmd: 'gc'; verbose: boolean; json: boolean }
   | { cmd: 'policy'; policy?: number[]; json: boolean }
-  | { cmd: 'demo'; json: boolean; verbose: boolean };
+  | { cmd: 'demo'; json: boolean; verbose: boolean }
+  | { cmd: 'doctor'; json: boolean }
+  | { cmd: 'watch'; config: string; cleanupOnExit: boolean }
+  | { cmd: 'probe' };
 
-const SUBCOMMANDS = new Set(['status', 'gc', 'policy', 'demo', 'help', 'version']);
-const VALUE_OPTS = new Set(['--carrier', '--outer-sport', '--outer-dport', '--map-size', '--policy']);
-const FLAG_OPTS = new Set(['--unload', '--verbose', '-v', '--json', '--no-outer-check', '--help', '-h', '--version', '-V']);
+const SUBCOMMANDS = new Set(['status', 'gc', 'policy', 'demo', 'doctor', 'watch', '__probe', 'help', 'version']);
+const VALUE_OPTS = new Set(['--carrier', '--outer-sport', '--outer-dport', '--map-size', '--policy', '--config']);
+const FLAG_OPTS = new Set(['--unload', '--cleanup-on-exit', '--verbose', '-v', '--json', '--no-outer-check', '--help', '-h', '--version', '-V']);
 
 function port(text: string, opt: string): number {
   if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 65535) throw new UsageError(`${opt} needs a UDP port 1-65535, got '${text}'`);
@@ -86,6 +90,16 @@ export function parseArgs(argv: string[]): Command {
         only(['--json', '--verbose', '-v']);
         if (rest.length) throw new UsageError('demo takes no interface names');
         return { cmd: 'demo', json, verbose };
+      case 'doctor':
+        only(['--json']);
+        if (rest.length) throw new UsageError('doctor takes no interface names');
+        return { cmd: 'doctor', json };
+      case 'watch':
+        only(['--config', '--cleanup-on-exit']);
+        if (rest.length) throw new UsageError('watch takes no interface names: tunnels come from the configuration file');
+        return { cmd: 'watch', config: opts.get('--config') ?? DEFAULT_CONFIG_PATH, cleanupOnExit: flags.has('--cleanup-on-exit') };
+      case '__probe':
+        return { cmd: 'probe' };
       case 'policy':
         only(['--json']);
         if (rest.length > 1) throw new UsageError('policy takes one spec, e.g. ef,af41 (quote specs with spaces)');
@@ -99,7 +113,7 @@ export function parseArgs(argv: string[]): Command {
     return { cmd: 'unload', names: positional, verbose, json };
   }
   if (positional.length < 2) {
-    throw new UsageError(positional.length === 0 ? 'no interfaces given: preserve-dscp <tunnel-if>... <uplink-if> (see --help)' : 'give at least one tunnel interface and the uplink: preserve-dscp <tunnel-if>... <uplink-if>');
+    throw new UsageError(positional.length === 0 ? 'no interfaces given: preserve-dscp <tunnel-if>... <uplink-if>' : 'give at least one tunnel interface and the uplink: preserve-dscp <tunnel-if>... <uplink-if>');
   }
   const carrier = (opts.get('--carrier') ?? 'auto') as Carrier | 'auto';
   if (!['auto', 'map', 'hash'].includes(carrier)) throw new UsageError(`--carrier is map, hash or auto, not '${carrier}'`);
@@ -148,6 +162,9 @@ Usage:
   preserve-dscp gc                                             remove what deleted interfaces left behind
   preserve-dscp policy [SPEC]                                  show or change the DSCP policy in place
   preserve-dscp demo [--json]                                  show it working on throwaway namespaces
+  preserve-dscp watch [--config FILE] [--cleanup-on-exit]      keep tunnels matching FILE attached
+                                                               (default /etc/preserve-dscp.json)
+  preserve-dscp doctor [--json]                                check what the tool needs
 
 Attach options:
   --carrier auto|hash|map   how the mark travels to the uplink: in each packet's flow

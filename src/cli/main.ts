@@ -1,11 +1,14 @@
 /** Entry point of the command line: parse, run, print, exit with 0/1/2. */
 import { KernelError } from '../kernel/libbpf.js';
 import { VerifierError } from '../kernel/object.js';
-import { run, status } from '../ops.js';
+import { findObject, run, status } from '../ops.js';
+import { doctor, probeNamespace } from '../doctor.js';
+import { watch } from '../watch.js';
+import { ConfigError } from '../config.js';
 import { PlanError } from '../plan.js';
 import { describePolicy } from '../policy.js';
 import { HELP, parseArgs, UsageError } from './args.js';
-import { describeAction, formatStatus } from './format.js';
+import { describeAction, formatStatus, table } from './format.js';
 import { runDemo } from '../demo.js';
 import { execFileSync } from 'node:child_process';
 
@@ -48,7 +51,7 @@ export async function main(argv: string[]): Promise<void> {
   }
   if (cmd.cmd === 'help') return void process.stdout.write(HELP);
   if (cmd.cmd === 'version') return out(`preserve-dscp ${VERSION}`);
-  requireRoot();
+  if (cmd.cmd !== 'doctor') requireRoot();
   try {
     switch (cmd.cmd) {
       case 'status': {
@@ -57,6 +60,17 @@ export async function main(argv: string[]): Promise<void> {
       }
       case 'demo':
         return await runDemo({ json: cmd.json, verbose: cmd.verbose });
+      case 'doctor': {
+        const checks = doctor([process.argv[1]]);
+        if (cmd.json) out(JSON.stringify({ checks }, null, 2));
+        else out(table([['CHECK', 'RESULT', 'DETAIL'], ...checks.map((c) => [c.name, c.ok ? 'ok' : c.required ? 'MISSING' : 'absent', c.detail])]));
+        if (checks.some((c) => c.required && !c.ok)) process.exitCode = 1;
+        return;
+      }
+      case 'probe':
+        return out(JSON.stringify(probeNamespace(findObject())));
+      case 'watch':
+        return await watch({ configPath: cmd.config, cleanupOnExit: cmd.cleanupOnExit, log: (l) => out(`${new Date().toISOString()} ${l}`) });
       case 'policy': {
         if (!cmd.policy) {
           const s = status();
@@ -88,6 +102,7 @@ export async function main(argv: string[]): Promise<void> {
       fail(e.message, 1);
     }
     if (e instanceof PlanError) fail(e.message, e.exitCode);
+    if (e instanceof ConfigError) fail(e.message, 2);
     if (e instanceof KernelError) fail(e.message, 1);
     if (e instanceof Error && process.env.PRESERVE_DSCP_DEBUG) throw e;
     fail(e instanceof Error ? e.message : String(e), 1);
