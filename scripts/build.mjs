@@ -24,4 +24,5 @@ const common = {
 await build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.cjs', format: 'cjs' });
 await build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.cjs', format: 'cjs' });
 await build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.mjs', format: 'esm' });
-console.log('built dist/preserve_dscp.bpf.o dist/cli.cjs dist/index.cjs dist/index.mjs');
+execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+console.log('built dist/preserve_dscp.bpf.o dist/cli.cjs dist/index.cjs dist/index.mjs dist/types/');
