@@ -11,6 +11,7 @@ const BPF_TC_EGRESS = 2;
 const BPF_TC_F_REPLACE = 1;
 const ENOENT = 2;
 const EEXIST = 17;
+const ENODEV = 19;
 
 export interface FilterId {
   handle: number;
@@ -58,7 +59,8 @@ export function attachEgress(ifindex: number, id: FilterId, progFd: number, repl
 export function queryEgress(ifindex: number, id: FilterId): number | undefined {
   const o = opts(id);
   const r = libbpf().bpf_tc_query(hook(ifindex), o);
-  if (r === -ENOENT || r === -22 /* no clsact */) return undefined;
+  // No filter, no clsact (EINVAL), or the device vanished meanwhile (ENODEV).
+  if (r === -ENOENT || r === -22 || r === -ENODEV) return undefined;
   check(r, `querying tc filter on ifindex ${ifindex}`);
   return o.readUInt32LE(16);
 }
@@ -66,7 +68,7 @@ export function queryEgress(ifindex: number, id: FilterId): number | undefined {
 /** Removes the filter at id on egress; false if it was not there. */
 export function detachEgress(ifindex: number, id: FilterId): boolean {
   const r = libbpf().bpf_tc_detach(hook(ifindex), opts(id));
-  if (r === -ENOENT || r === -22) return false;
+  if (r === -ENOENT || r === -22 || r === -ENODEV) return false;
   check(r, `removing tc filter from ifindex ${ifindex}`);
   return true;
 }
