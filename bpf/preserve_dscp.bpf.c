@@ -179,13 +179,17 @@ static __always_inline __u32 mix32(__u32 x)
  *        for up to 4096 buckets.
  * p:     6 bits derived from flow and the secret key, so bits 14-19 spread
  *        across flows instead of repeating the few DSCP values in use.
- * check: 14 bits of a keyed mix of flow, XORed with an injective function
- *        of the DSCP. It spreads the low bits per flow (modulo-based
- *        schedulers and RPS tables read them) and makes a hash that was set
- *        elsewhere pass with probability 2^-14; the uplink also requires
- *        the outer packet's UDP port to be a managed tunnel's.
+ * check: 14 bits: a keyed permutation of flow (low 12) and 2 bits of a
+ *        keyed mix, XORed with an injective function of the DSCP. It
+ *        spreads the low bits evenly per flow (modulo-based schedulers and
+ *        RPS tables read them) and makes a hash that was set elsewhere pass
+ *        with probability 2^-14; the uplink also requires the outer
+ *        packet's UDP port to be a managed tunnel's.
  * The split keeps as many check bits as the queueing layers allow: the top
  * 10-12 bits are what the common schedulers use with their default sizes.
+ * The price: per DSCP, flows map onto 4096 hash values, which is what a
+ * 1024-bucket flow queue distinguishes anyway. (16/6/10 would keep 65536
+ * values but let one unrelated hash in 1024 pass the check.)
  */
 #define HC_FLOW_MASK   0xfff00000u
 #define HC_DSCP_SHIFT  14
@@ -196,10 +200,24 @@ static __always_inline __u32 hc_mix(__u32 flow, __u32 key)
 	return mix32(flow ^ key);
 }
 
-static __always_inline __u32 hc_check(__u32 m, __u32 dscp)
+/* A keyed permutation of the 12 flow bits, so the low 12 bits of the check
+ * take each value exactly once over all flows: a plain mix of 4096 inputs
+ * would fill low-bit buckets unevenly. Odd multipliers and xorshift are
+ * bijections modulo 2^12. */
+static __always_inline __u32 hc_spread(__u32 flow, __u32 key)
+{
+	__u32 x = ((flow >> 20) ^ key) & 0xfff;
+
+	x = (x * 0x9e5u) & 0xfff;
+	x ^= x >> 6;
+	x = (x * 0x3b3u) & 0xfff;
+	return x ^ ((key >> 12) & 0xfff);
+}
+
+static __always_inline __u32 hc_check(__u32 m, __u32 flow, __u32 key, __u32 dscp)
 {
 	/* dscp * odd constant is injective mod 2^14 for dscp < 64 */
-	return (m ^ (dscp * 0x2c9bu)) & HC_CHECK_MASK;
+	return (((m & 0x3000) | hc_spread(flow, key)) ^ (dscp * 0x2c9bu)) & HC_CHECK_MASK;
 }
 
 static __always_inline __u32 hc_encode(__u32 hash, __u32 dscp, __u32 key)
@@ -207,7 +225,7 @@ static __always_inline __u32 hc_encode(__u32 hash, __u32 dscp, __u32 key)
 	__u32 flow = hash & HC_FLOW_MASK;
 	__u32 m = hc_mix(flow, key);
 
-	return flow | (((dscp ^ (m >> 26)) & 0x3f) << HC_DSCP_SHIFT) | hc_check(m, dscp);
+	return flow | (((dscp ^ (m >> 26)) & 0x3f) << HC_DSCP_SHIFT) | hc_check(m, flow, key, dscp);
 }
 
 /* Returns the DSCP carried in hash, or -1 if the check field is wrong. */
@@ -217,7 +235,7 @@ static __always_inline int hc_decode(__u32 hash, __u32 key)
 	__u32 m = hc_mix(flow, key);
 	__u32 dscp = ((hash >> HC_DSCP_SHIFT) ^ (m >> 26)) & 0x3f;
 
-	if ((hash & HC_CHECK_MASK) != hc_check(m, dscp))
+	if ((hash & HC_CHECK_MASK) != hc_check(m, flow, key, dscp))
 		return -1;
 	return dscp;
 }
@@ -317,12 +335,15 @@ static __always_inline void set_dscp(struct ip_view *v, __u32 dscp)
 
 	if (v->version == 4) {
 		struct iphdr *iph = v->l3;
-		__u16 old = *(__u16 *)iph;
-		__u16 new;
+		__u8 *b = v->l3;
+		/* The 16-bit header words holding the TOS before and after, built
+		 * from bytes (not by re-reading through a cast pointer, which the
+		 * compiler may fold under strict aliasing). */
+		__u16 old = bpf_htons((b[0] << 8) | b[1]);
+		__u16 new = bpf_htons((b[0] << 8) | tclass);
 		__u32 sum;
 
 		iph->tos = tclass;
-		new = *(__u16 *)iph;
 		/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'); one's-complement sums
 		 * are byte-order independent. */
 		sum = (__u16)~iph->check + (__u16)~old + new;

@@ -9,7 +9,7 @@ mkdirSync('dist', { recursive: true });
 const clang = process.env.CLANG ?? 'clang';
 const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
 const multiarch = { x86_64: 'x86_64-linux-gnu', aarch64: 'aarch64-linux-gnu' }[arch] ?? `${arch}-linux-gnu`;
-const bpfFlags = ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', `-I/usr/include/${multiarch}`, '-Ibpf'];
+const bpfFlags = ['-O2', '-g', '-fno-strict-aliasing', '-Wall', '-Werror', '-target', 'bpf', `-I/usr/include/${multiarch}`, '-Ibpf'];
 execFileSync(clang, [...bpfFlags, '-c', 'bpf/preserve_dscp.bpf.c', '-o', 'dist/preserve_dscp.bpf.o'], { stdio: 'inherit' });
 
 const common = {

@@ -10,7 +10,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 # iproute2: ip/tc; tcpdump: captures in tests and the demo; iperf3: the
 # throughput benchmark; wireguard-tools: WireGuard listen ports (wg);
 # qemu/busybox/kmod/cpio: the WireGuard VM tests.
-PACKAGES=(clang llvm libbpf1 libbpf-dev linux-libc-dev iproute2 tcpdump iperf3 wireguard-tools
+PACKAGES=(clang llvm libbpf1 libbpf-dev linux-libc-dev iproute2 tcpdump iperf3 wireguard-tools iputils-ping bpftool
           qemu-system-x86 busybox-static kmod cpio util-linux procps)
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash disable=SC2093
 # /init of the test VM's initramfs (copied there by test/vm/setup.sh).
 #
 # Loads the modules listed in /modules.load, mounts the host root read-only

@@ -95,6 +95,7 @@ KARGS="console=ttyS0 panic=-1 oops=panic mitigations=off rdinit=/init"
 if [ "${VM_DEBUG:-0}" = 1 ]; then KARGS="$KARGS loglevel=7"; else KARGS="$KARGS quiet loglevel=4"; fi
 KARGS="$KARGS ${VM_KERNEL_ARGS:-}"
 
+# shellcheck disable=SC2054  # commas are qemu option syntax
 QEMU=(qemu-system-x86_64
     -nodefaults -no-user-config -accel tcg -cpu max
     -m "${VM_MEM:-2G}" -smp "${VM_CPUS:-2}"
@@ -130,6 +131,10 @@ TAILS=""
 T1=$(date +%s.%N)
 
 show_console() {
+    local hits
+    hits=$(tr -d '\r' < "$RUN/console.log" |
+        grep -E 'Kernel panic|BUG:|Oops|general protection|WARNING:|vm-init:|vm-stage2:' | head -n 5)
+    [ -n "$hits" ] && printf 'run-in-vm: %s\n' "$hits" >&2
     echo "run-in-vm: --- last lines of the VM console ---" >&2
     tr -d '\r' < "$RUN/console.log" | tail -n 40 >&2
     if [ -s "$RUN/qemu.log" ]; then

@@ -29,6 +29,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${PRESERVE_DSCP_VM_CACHE:-$REPO/.cache/vm}
 MODE=${1:-build}
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"     # depmod, modprobe
 
 # Modules the VM cannot work without (9p root, output ports, the tests' core).
 CORE_MODULES="virtio_pci 9pnet_virtio 9p virtio_console wireguard veth sch_ingress cls_bpf"
