@@ -366,7 +366,11 @@ export function planUnload(obs: Observed, req: UnloadRequest): Plan {
   // (all their pairs if no uplink is named); a lone uplink name removes the
   // uplink with all its tunnels.
   let drop: LinkRecord[];
-  if (tunnels.size > 0) {
+  if (unmanaged.length > 0 && tunnels.size === 0) {
+    // Only unmanaged tunnel names besides the uplink: nothing of theirs to
+    // drop (a repeated or interrupted unload); the uplink is checked below.
+    drop = [];
+  } else if (tunnels.size > 0) {
     drop = records.filter(
       (r) => r.role === 'tunnel' && tunnels.has(r.ifindex) && (uplinks.size === 0 || uplinks.has(r.uplinkIfindex)),
     );

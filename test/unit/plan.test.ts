@@ -112,6 +112,15 @@ test('unloading the last tunnel removes the uplink, and the clsact it added', ()
   assert.deepEqual(ops(p.actions), ['detach:wg0', 'unregister:10/2', 'unregister:2/0', 'config', 'detach:eth0', 'cleanupClsact:eth0']);
 });
 
+test("unloading a tunnel that is already gone from the registry leaves the uplink's other tunnels", () => {
+  const obs = threeTunnels();
+  obs.instance!.records = obs.instance!.records.filter((r) => r.name !== 'wg1');
+  obs.filters = obs.filters.filter((f) => f.ifname !== 'wg1');
+  const p = plan(obs, { op: 'unload', names: ['wg1', 'eth0'] }, 5);
+  assert.deepEqual(ops(p.actions), ['config']);
+  assert.match(p.notes.join(), /wg1: nothing installed/);
+});
+
 test('a lone uplink name removes it with all its tunnels', () => {
   const p = plan(threeTunnels(), { op: 'unload', names: ['eth0'] }, 5);
   assert.deepEqual(ops(p.actions).sort(), ['cleanupClsact:eth0', 'config', 'detach:eth0', 'detach:wg0', 'detach:wg1', 'detach:wg2', 'unregister:10/2', 'unregister:11/2', 'unregister:12/2', 'unregister:2/0'].sort());
