@@ -77,7 +77,7 @@ struct ip_view {
 	void *l3;       /* IP header */
 	__u8 version;   /* 4 or 6 */
 	__u8 tclass;    /* whole IPv4 TOS / IPv6 traffic-class byte */
-	__u8 plain;     /* IPv4 without options, IPv6: always (fixed header) */
+	__u8 plain;     /* IPv4 without options, IPv6 without extension headers */
 	__u8 proto;     /* IPv4 protocol / IPv6 next header */
 };
 
@@ -92,6 +92,22 @@ static __always_inline void count(struct pdscp_counters *c, int which)
 {
 	if (c)
 		c->v[which]++;
+}
+
+static __always_inline int ipv6_ext_header(__u8 nexthdr)
+{
+	switch (nexthdr) {
+	case 0:   /* hop-by-hop options */
+	case 43:  /* routing */
+	case 44:  /* fragment */
+	case 51:  /* authentication header */
+	case 60:  /* destination options */
+	case 135: /* mobility */
+	case 139: /* host identity protocol */
+	case 140: /* shim6 */
+		return 1;
+	}
+	return 0;
 }
 
 /* Find the IP header. l3: the packet starts with it; otherwise Ethernet with
@@ -146,7 +162,7 @@ static __always_inline int parse_ip(struct __sk_buff *skb, const int l3, struct 
 		v->l3 = ip6;
 		v->version = 6;
 		v->tclass = (b[0] << 4) | (b[1] >> 4);
-		v->plain = 1;
+		v->plain = !ipv6_ext_header(ip6->nexthdr);
 		v->proto = ip6->nexthdr;
 		return 1;
 	}
@@ -372,7 +388,8 @@ static __always_inline int uplink_side(struct __sk_buff *skb, const int l3)
 		count(c, PDSCP_C_NOT_IP);
 		return TC_ACT_UNSPEC;
 	}
-	if (v.version == 4 && !v.plain) {
+	if (!v.plain) {
+		/* IPv4 options, IPv6 extension headers: never a managed outer packet */
 		count(c, PDSCP_C_NOT_TUNNEL);
 		return TC_ACT_UNSPEC;
 	}

@@ -47,11 +47,11 @@ export interface RunResult {
 /** Runs a command asynchronously and collects its output (never rejects on exit status). */
 export function runAsync(cmd: string, args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
     child.on('error', (e) => {
       clearTimeout(timer);
@@ -61,9 +61,15 @@ export function runAsync(cmd: string, args: string[], opts: { timeoutMs?: number
       clearTimeout(timer);
       resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
     });
-    child.stdin.end(opts.input ?? '');
+    if (child.stdin) {
+      child.stdin.on('error', () => {}); // the child may exit without reading
+      child.stdin.end(opts.input);
+    }
   });
 }
+
+/** Temporary directories made by the helpers, removed by emergency cleanup too. */
+export const liveTempDirs = new Set<string>();
 
 /** Children started by the helpers, so a signal handler can end them all. */
 export const liveChildren = new Set<ChildProcess>();
