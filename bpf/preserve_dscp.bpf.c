@@ -318,6 +318,17 @@ static __always_inline int tunnel_side(struct __sk_buff *skb, const int l3, cons
 	return TC_ACT_UNSPEC;
 }
 
+/* A UDP port in host order, bounded for the verifier: older verifiers (6.1)
+ * lose the bounds of a byte swap, so the value is masked after a barrier
+ * that keeps the compiler from dropping the mask as redundant. */
+static __always_inline __u32 port_of(const __be16 *p)
+{
+	__u32 port = bpf_ntohs(*p);
+
+	asm volatile("" : "+r"(port));
+	return port & 0xffff;
+}
+
 /* Port roles of the outer packet (PDSCP_PORT_* in the low nibble), 0 when it
  * is not UDP behind a plain IP header or not from/to a managed port. */
 static __always_inline __u32 outer_port_roles(struct __sk_buff *skb, struct ip_view *v,
@@ -332,8 +343,8 @@ static __always_inline __u32 outer_port_roles(struct __sk_buff *skb, struct ip_v
 	udp = v->l3 + (v->version == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
 	if ((void *)(udp + 1) > data_end)
 		return 0;
-	roles = (cfg->ports[bpf_ntohs(udp->source)] & 0x0f) |
-		(cfg->ports[bpf_ntohs(udp->dest)] >> PDSCP_PORT_DST_SHIFT);
+	roles = (cfg->ports[port_of(&udp->source)] & 0x0f) |
+		(cfg->ports[port_of(&udp->dest)] >> PDSCP_PORT_DST_SHIFT);
 	if (roles & PDSCP_PORT_WG) {
 		/* Only WireGuard data messages (type 4) carry tunnelled packets;
 		 * handshakes and cookies keep the DSCP WireGuard gave them. */

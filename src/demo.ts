@@ -5,10 +5,11 @@
  * the uplink and shows the outer DSCP for each inner DSCP without and with
  * preserve-dscp. Everything it made is removed, also on error or Ctrl-C.
  */
-import { disposeLab, emergencyCleanup, inNetns, kernelHasWireguard, makeVxlanPair, newLab } from './demo/lab.js';
+import { disposeLab, emergencyCleanup, inNetns, kernelHasWireguard, makeVxlanPair, makeWireguardPair, newLab } from './demo/lab.js';
 import { type FlowResult, flowMatrix, measure } from './demo/measure.js';
 import { DSCP_NAMES, type Kind } from './demo/traffic.js';
 import { run } from './ops.js';
+import { shQuiet } from './demo/exec.js';
 
 export const DEMO_DSCPS = [0, 8, 10, 34, 46, 48];
 const KINDS: Kind[] = ['icmp', 'udp', 'tcp'];
@@ -28,7 +29,7 @@ export interface DemoRow {
 }
 
 export interface DemoReport {
-  tunnel: 'vxlan';
+  tunnel: 'vxlan' | 'wireguard';
   underlay: 'ipv4';
   namespaces: string[];
   wireguardInKernel: boolean;
@@ -80,6 +81,10 @@ function table(rows: DemoRow[], which: 'without' | 'with'): string[] {
   return lines;
 }
 
+function hasWgTool(): boolean {
+  return shQuiet('sh', ['-c', 'command -v wg']);
+}
+
 export async function runDemo(opts: { json: boolean; verbose: boolean }): Promise<void> {
   const started = Date.now();
   const say = (m: string) => {
@@ -97,8 +102,9 @@ export async function runDemo(opts: { json: boolean; verbose: boolean }): Promis
   process.on('exit', emergencyCleanup);
   try {
     const wireguard = kernelHasWireguard(lab);
-    say(wireguard ? 'this kernel has WireGuard; the demo uses VXLAN tos 0 all the same' : 'no WireGuard in this kernel: VXLAN tos 0');
-    const pair = makeVxlanPair(lab, 4);
+    const useWg = wireguard && hasWgTool();
+    say(useWg ? 'this kernel has WireGuard: using it' : 'no WireGuard here (kernel or wireguard-tools): VXLAN tos 0, which loses DSCP the same way');
+    const pair = useWg ? makeWireguardPair(lab, 4) : makeVxlanPair(lab, 4);
     say(`namespaces ${pair.a.ns} (${pair.a.under}) and ${pair.b.ns} (${pair.b.under}), ${pair.tunnel} over ${pair.uplink}`);
     const flows = flowMatrix(pair, KINDS, [4, 6], DEMO_DSCPS.map((d) => d << 2));
     say(`sending ${flows.length} flows without preserve-dscp`);
@@ -112,7 +118,7 @@ export async function runDemo(opts: { json: boolean; verbose: boolean }): Promis
     const rows = rowsOf(without, withTool);
     const ok = rows.every((x) => x.with === x.inner && x.without === 0);
     const report: DemoReport = {
-      tunnel: 'vxlan',
+      tunnel: useWg ? 'wireguard' : 'vxlan',
       underlay: 'ipv4',
       namespaces: [pair.a.ns, pair.b.ns],
       wireguardInKernel: wireguard,
@@ -126,7 +132,7 @@ export async function runDemo(opts: { json: boolean; verbose: boolean }): Promis
       process.stdout.write(`${JSON.stringify(report)}\n`);
     } else {
       const lines = [
-        `preserve-dscp demo: VXLAN tos 0 tunnel ${pair.a.inner4} -> ${pair.b.inner4} (and ${pair.a.inner6} -> ${pair.b.inner6})`,
+        `preserve-dscp demo: ${useWg ? 'WireGuard' : 'VXLAN tos 0'} tunnel ${pair.a.inner4} -> ${pair.b.inner4} (and ${pair.a.inner6} -> ${pair.b.inner6})`,
         `over ${pair.a.under} -> ${pair.b.under}, between throwaway namespaces ${pair.a.ns} and ${pair.b.ns}.`,
         'Outer DSCP of the captured tunnel packets, for each inner DSCP:',
         '',

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { liveTempDirs, sleep, stopChild, track, waitFor } from './exec.js';
-import { type TunnelPacket, tunnelPackets } from './pcap.js';
+import { type IpInfo, ipOffset, parseIp, parsePcap, type TunnelPacket, tunnelPackets } from './pcap.js';
 
 export class Capture {
   private constructor(
@@ -44,6 +44,24 @@ export class Capture {
       return tunnelPackets(readFileSync(this.file), this.vxlanPort);
     } finally {
       removeDir(this.dir);
+    }
+  }
+
+  /** Stops and returns every IP packet with its L4 payload (for WireGuard, whose payload is encrypted). */
+  async stopIp(settleMs = 150): Promise<{ ip: IpInfo; payload: Buffer }[]> {
+    await sleep(settleMs);
+    await stopChild(this.child, 'SIGINT');
+    try {
+      const { linktype, records } = parsePcap(readFileSync(this.file));
+      const out: { ip: IpInfo; payload: Buffer }[] = [];
+      for (const r of records) {
+        const off = ipOffset(r.data, linktype);
+        const ip = off < 0 ? undefined : parseIp(r.data, off);
+        if (ip) out.push({ ip, payload: r.data.subarray(ip.proto === 17 ? ip.l4 + 8 : ip.l4) });
+      }
+      return out;
+    } finally {
+      rmSync(this.dir, { recursive: true, force: true });
     }
   }
 

@@ -1,9 +1,12 @@
 /**
- * Throwaway network namespaces with a VXLAN `tos 0` tunnel between them, and
+ * Throwaway network namespaces with a tunnel between them (VXLAN `tos 0` or
+ * WireGuard), and
  * the cleanup that removes everything they made. Shared by the demo and the
  * end-to-end tests.
  */
-import { closeSync, openSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import koffi from 'koffi';
 import { liveChildren, liveTempDirs, sh, shQuiet } from './exec.js';
 
@@ -101,6 +104,8 @@ export interface TunnelEnd {
 }
 
 export interface VxlanPair {
+  /** the tunnel type (VxlanPair is the shape of any tunnel pair) */
+  kind?: 'vxlan' | 'wireguard';
   a: TunnelEnd;
   b: TunnelEnd;
   underlay: Family;
@@ -122,7 +127,29 @@ export const VXLAN_PORT = 4789;
  * ARP/ND wait).
  */
 export function makeVxlanPair(lab: Lab, underlay: Family, opts: { tunnel?: string; uplink?: string } = {}): VxlanPair {
-  const tunnel = opts.tunnel ?? 'vx0';
+  const pair = makeUnderlay(lab, underlay, { tunnel: opts.tunnel ?? 'vx0', uplink: opts.uplink });
+  const { a, b, tunnel } = pair;
+  for (const [end, other, dev] of [
+    [a, b, pair.uplink],
+    [b, a, pair.peerIf],
+  ] as const) {
+    const ns = end.ns;
+    sh('ip', [
+      '-n', ns, 'link', 'add', tunnel, 'address', end.mac, 'type', 'vxlan', 'id', String(pair.vni),
+      'local', end.under, 'remote', other.under, 'dstport', String(VXLAN_PORT), 'dev', dev, 'tos', '0', 'ttl', '64',
+    ]);
+    sh('ip', ['-n', ns, 'addr', 'add', `${end.inner4}/24`, 'dev', tunnel]);
+    sh('ip', ['-n', ns, 'addr', 'add', `${end.inner6}/64`, 'dev', tunnel, 'nodad']);
+    sh('ip', ['-n', ns, 'link', 'set', tunnel, 'up']);
+    sh('ip', ['-n', ns, 'neigh', 'replace', other.inner4, 'lladdr', other.mac, 'dev', tunnel, 'nud', 'permanent']);
+    sh('ip', ['-n', ns, 'neigh', 'replace', other.inner6, 'lladdr', other.mac, 'dev', tunnel, 'nud', 'permanent']);
+  }
+  return { ...pair, kind: 'vxlan' };
+}
+
+/** Namespaces A and B joined by a veth pair with underlay addresses and static neighbours (no tunnel yet). */
+function makeUnderlay(lab: Lab, underlay: Family, opts: { tunnel: string; uplink?: string }): VxlanPair {
+  const tunnel = opts.tunnel;
   const uplink = opts.uplink ?? 'veth-a';
   const peerIf = 'veth-b';
   const A = lab.netns('a');
@@ -143,29 +170,55 @@ export function makeVxlanPair(lab: Lab, underlay: Family, opts: { tunnel?: strin
   };
   sh('ip', ['-n', A, 'link', 'add', uplink, 'type', 'veth', 'peer', 'name', peerIf, 'netns', B]);
   const plen = underlay === 4 ? '/24' : '/64';
-  const pair: VxlanPair = { a, b, underlay, tunnel, uplink, peerIf, dport: VXLAN_PORT, vni: 42 };
-  for (const [end, other, dev] of [
-    [a, b, uplink],
-    [b, a, peerIf],
+  for (const [end, dev] of [
+    [a, uplink],
+    [b, peerIf],
   ] as const) {
-    const ns = end.ns;
-    sh('ip', ['-n', ns, 'addr', 'add', `${end.under}${plen}`, 'dev', dev, ...(underlay === 6 ? ['nodad'] : [])]);
-    sh('ip', ['-n', ns, 'link', 'set', dev, 'up']);
-    sh('ip', [
-      '-n', ns, 'link', 'add', tunnel, 'address', end.mac, 'type', 'vxlan', 'id', String(pair.vni),
-      'local', end.under, 'remote', other.under, 'dstport', String(VXLAN_PORT), 'dev', dev, 'tos', '0', 'ttl', '64',
-    ]);
-    sh('ip', ['-n', ns, 'addr', 'add', `${end.inner4}/24`, 'dev', tunnel]);
-    sh('ip', ['-n', ns, 'addr', 'add', `${end.inner6}/64`, 'dev', tunnel, 'nodad']);
-    sh('ip', ['-n', ns, 'link', 'set', tunnel, 'up']);
-    sh('ip', ['-n', ns, 'neigh', 'replace', other.inner4, 'lladdr', other.mac, 'dev', tunnel, 'nud', 'permanent']);
-    sh('ip', ['-n', ns, 'neigh', 'replace', other.inner6, 'lladdr', other.mac, 'dev', tunnel, 'nud', 'permanent']);
+    sh('ip', ['-n', end.ns, 'addr', 'add', `${end.under}${plen}`, 'dev', dev, ...(underlay === 6 ? ['nodad'] : [])]);
+    sh('ip', ['-n', end.ns, 'link', 'set', dev, 'up']);
   }
-  // Underlay neighbours too, so the first outer packet is not held for ARP/ND.
+  // Underlay neighbours, so the first outer packet is not held for ARP/ND.
   const macOf = (ns: string, dev: string) => JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', dev]))[0].address as string;
   sh('ip', ['-n', A, 'neigh', 'replace', b.under, 'lladdr', macOf(B, peerIf), 'dev', uplink, 'nud', 'permanent']);
   sh('ip', ['-n', B, 'neigh', 'replace', a.under, 'lladdr', macOf(A, uplink), 'dev', peerIf, 'nud', 'permanent']);
-  return pair;
+  return { a, b, underlay, tunnel, uplink, peerIf, dport: VXLAN_PORT, vni: 42 };
+}
+
+export const WG_PORT_A = 51820;
+export const WG_PORT_B = 51821;
+
+/**
+ * Two namespaces joined by a veth pair with a WireGuard tunnel wg0 between
+ * them (keys from `wg genkey`), IPv4 and IPv6 inner addresses. dport is B's
+ * listen port: the outer packets from A go there.
+ */
+export function makeWireguardPair(lab: Lab, underlay: Family): VxlanPair {
+  const pair = makeUnderlay(lab, underlay, { tunnel: 'wg0' });
+  const keys = [pair.a, pair.b].map(() => {
+    const priv = sh('wg', ['genkey']).trim();
+    return { priv, pub: sh('wg', ['pubkey'], { input: `${priv}\n` }).trim() };
+  });
+  const ends = [
+    { end: pair.a, other: pair.b, key: keys[0], peer: keys[1], port: WG_PORT_A, peerPort: WG_PORT_B },
+    { end: pair.b, other: pair.a, key: keys[1], peer: keys[0], port: WG_PORT_B, peerPort: WG_PORT_A },
+  ];
+  for (const e of ends) {
+    const ns = e.end.ns;
+    sh('ip', ['-n', ns, 'link', 'add', pair.tunnel, 'type', 'wireguard']);
+    const endpoint = underlay === 4 ? `${e.other.under}:${e.peerPort}` : `[${e.other.under}]:${e.peerPort}`;
+    const dir = mkdtempSync(join(tmpdir(), 'pdscp-wg-'));
+    try {
+      const keyFile = join(dir, 'key');
+      writeFileSync(keyFile, `${e.key.priv}\n`, { mode: 0o600 });
+      sh('ip', ['netns', 'exec', ns, 'wg', 'set', pair.tunnel, 'private-key', keyFile, 'listen-port', String(e.port), 'peer', e.peer.pub, 'endpoint', endpoint, 'allowed-ips', '0.0.0.0/0,::/0']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    sh('ip', ['-n', ns, 'addr', 'add', `${e.end.inner4}/24`, 'dev', pair.tunnel]);
+    sh('ip', ['-n', ns, 'addr', 'add', `${e.end.inner6}/64`, 'dev', pair.tunnel, 'nodad']);
+    sh('ip', ['-n', ns, 'link', 'set', pair.tunnel, 'up']);
+  }
+  return { ...pair, kind: 'wireguard', dport: WG_PORT_B };
 }
 
 /** Whether this kernel can make WireGuard devices (the demo then could use it). */

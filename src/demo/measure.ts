@@ -5,7 +5,7 @@
  */
 import { Capture } from './capture.js';
 import type { VxlanPair } from './lab.js';
-import { PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, type TunnelPacket } from './pcap.js';
+import { type IpInfo, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, type TunnelPacket } from './pcap.js';
 import { type Flow, type Kind, kindLabel, ping, sendSockets, Sink } from './traffic.js';
 
 export interface FlowResult {
@@ -55,6 +55,18 @@ function matches(f: Flow, p: TunnelPacket): boolean {
   return i.proto === (f.kind === 'udp' ? PROTO_UDP : PROTO_TCP) && i.dport === f.port;
 }
 
+/**
+ * WireGuard encrypts the inner packet, so outer and inner are paired by
+ * order: data messages (type 4, longer than a keepalive) sorted by their
+ * counter are the inner packets B's wg device received, in order.
+ */
+export function pairWireguard(outer: { ip: IpInfo; payload: Buffer }[], inner: { ip: IpInfo }[]): TunnelPacket[] {
+  const data = outer
+    .filter((o) => o.ip.proto === PROTO_UDP && o.payload.length > 32 && o.payload[0] === 4)
+    .sort((x, y) => (x.payload.readBigUInt64LE(8) < y.payload.readBigUInt64LE(8) ? -1 : 1));
+  return data.slice(0, inner.length).map((o, i) => ({ outer: o.ip, inner: inner[i].ip }));
+}
+
 /** Sends flows from pair.a to pair.b, one after another, and captures pair.a's uplink (egress). */
 export async function measure(pair: VxlanPair, flows: Flow[]): Promise<FlowResult[]> {
   const portsOf = (k: Kind) => [...new Set(flows.filter((f) => f.kind === k).map((f) => f.port as number))];
@@ -62,8 +74,10 @@ export async function measure(pair: VxlanPair, flows: Flow[]): Promise<FlowResul
   const udp = portsOf('udp');
   const listener = tcp.length || udp.length ? await Sink.start(pair.b.ns, { tcp, udp }) : undefined;
   let cap: Capture | undefined;
+  let innerCap: Capture | undefined;
   try {
     cap = await Capture.start(pair.a.ns, pair.uplink, `udp and dst port ${pair.dport}`, { direction: 'out', vxlanPort: pair.dport });
+    if (pair.kind === 'wireguard') innerCap = await Capture.start(pair.b.ns, pair.tunnel, '', { direction: 'in' });
     const icmp = flows.filter((f) => f.kind === 'icmp');
     const sockets = flows.filter((f) => f.kind !== 'icmp');
     // One flow at a time: the map carrier is per flow, not per packet, so two
@@ -76,7 +90,15 @@ export async function measure(pair: VxlanPair, flows: Flow[]): Promise<FlowResul
     await sendSockets(pair.a.ns, sockets);
     const c = cap;
     cap = undefined;
-    const packets = (await c.stop()).filter((p) => p.outer.src === pair.a.under);
+    let packets: TunnelPacket[];
+    if (pair.kind === 'wireguard') {
+      const ic = innerCap as Capture;
+      innerCap = undefined;
+      packets = pairWireguard(await c.stopIp(), await ic.stopIp());
+    } else {
+      packets = await c.stop();
+    }
+    packets = packets.filter((p) => p.outer.src === pair.a.under);
     return flows.map((flow) => {
       const mine = packets.filter((p) => matches(flow, p));
       return {
@@ -92,6 +114,7 @@ export async function measure(pair: VxlanPair, flows: Flow[]): Promise<FlowResul
     });
   } finally {
     await cap?.abort();
+    await innerCap?.abort();
     await listener?.stop();
   }
 }
