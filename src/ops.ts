@@ -2,6 +2,7 @@
  * The operations of the tool, each observe -> plan -> apply under the lock.
  * This is the library API (re-exported by index.ts) and what the CLI calls.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -37,12 +38,27 @@ function randomKey(): number {
   return randomBytes(4).readUInt32LE(0);
 }
 
+/**
+ * Fault injection for the reliability tests: PRESERVE_DSCP_DEBUG_HOOK="N:cmd"
+ * runs the shell command cmd before action N (0-based) of the plan, e.g.
+ * `kill -9 $PPID` or `ip link del wg1`.
+ */
+function debugHook(): ApplyOptions['beforeAction'] | undefined {
+  const spec = process.env.PRESERVE_DSCP_DEBUG_HOOK;
+  const m = spec ? /^(\d+):(.+)$/s.exec(spec) : null;
+  if (!m) return undefined;
+  return (_action, index) => {
+    if (index === Number(m[1])) execFileSync('sh', ['-c', m[2]], { stdio: 'inherit' });
+  };
+}
+
 export function run(req: Request, opts: OpOptions = {}): OpResult {
   return withLock(() => {
     const wireguardNames = req.op === 'attach' ? req.tunnels : [];
     const obs = observe({ wireguardNames });
     const p = plan(obs, req, randomKey());
-    const r = apply(p, obs, { objectPath: opts.objectPath ?? findObject(), logLevel: opts.logLevel, beforeAction: opts.beforeAction });
+    const beforeAction = opts.beforeAction ?? debugHook();
+    const r = apply(p, obs, { objectPath: opts.objectPath ?? findObject(), logLevel: opts.logLevel, beforeAction });
     return { actions: r.applied, notes: p.notes, verifierLog: r.verifierLog };
   });
 }

@@ -86,11 +86,15 @@ function bind(l: ReturnType<typeof koffi.load>) {
 export function libbpf(): NonNullable<typeof fns> {
   if (fns) return fns;
   try {
-    lib = koffi.load('libbpf.so.1');
+    lib = koffi.load(process.env.PRESERVE_DSCP_LIBBPF ?? 'libbpf.so.1');
   } catch {
     throw new KernelError('libbpf.so.1 not found: install libbpf (Debian/Ubuntu: apt install libbpf1; OpenWrt: opkg install libbpf)', 0);
   }
-  fns = bind(lib);
+  try {
+    fns = bind(lib);
+  } catch {
+    throw new KernelError('libbpf.so.1 lacks functions preserve-dscp needs: libbpf 1.0 or newer is needed', 0);
+  }
   const major = fns.libbpf_major_version();
   if (major < 1) throw new KernelError(`libbpf ${major}.${fns.libbpf_minor_version()} is too old: 1.0 or newer is needed`, 0);
   // Silence libbpf's own stderr printing: errors are reported by the tool,
