@@ -258,9 +258,15 @@ static __always_inline int hc_decode(__u32 hash, __u32 key)
 
 static __always_inline __u32 tunnel_flow_hash(struct __sk_buff *skb)
 {
+	/* Most packets arrive with their flow hash set (socket txhash, RX
+	 * hash); the helper call is only needed when it is not. */
+	__u32 h = skb->hash;
+
+	if (!h)
+		h = bpf_get_hash_recalc(skb);
 	/* Mixing in the tunnel's ifindex separates identical inner flows of
 	 * different tunnels sharing the uplink. */
-	return mix32(bpf_get_hash_recalc(skb) ^ (skb->ifindex * 0x9e3779b9u));
+	return mix32(h ^ (skb->ifindex * 0x9e3779b9u));
 }
 
 static __always_inline int tunnel_side(struct __sk_buff *skb, const int l3, const int carrier,
@@ -271,7 +277,6 @@ static __always_inline int tunnel_side(struct __sk_buff *skb, const int l3, cons
 	struct ip_view v;
 	__u32 zero = 0, hash, dscp;
 
-	count(c, PDSCP_C_PACKETS);
 	cfg = bpf_map_lookup_elem(&pdscp_config, &zero);
 	if (!cfg || !parse_ip(skb, l3, &v)) {
 		count(c, PDSCP_C_NOT_IP);
@@ -282,17 +287,16 @@ static __always_inline int tunnel_side(struct __sk_buff *skb, const int l3, cons
 
 	if (carrier == PDSCP_CARRIER_HASH) {
 		hash = hc_encode(hash, dscp, cfg->key);
-		if (hash) {
+		if (hash)
 			bpf_set_hash(skb, hash);
-			count(c, PDSCP_C_ENCODED);
-		}
+		count(c, PDSCP_C_ENCODED);
 		return TC_ACT_UNSPEC;
 	}
 
-	/* Map carrier: a key that would pass the hash carrier's check is made
-	 * to fail it (flip a check bit), so an uplink serving both carriers on
-	 * one port never reads a map key as an encoded mark. */
-	if (hc_decode(hash, cfg->key) >= 0)
+	/* Map carrier: where one port serves both carriers, a key that would
+	 * pass the hash carrier's check is made to fail it (flip a check bit),
+	 * so the uplink never reads a map key as an encoded mark. */
+	if ((cfg->flags & PDSCP_CFG_MIXED_PORTS) && hc_decode(hash, cfg->key) >= 0)
 		hash ^= 1;
 	if (!hash)
 		hash = 2;
@@ -304,6 +308,8 @@ static __always_inline int tunnel_side(struct __sk_buff *skb, const int l3, cons
 		if (cur) {
 			bpf_map_delete_elem(&pdscp_flows, &hash);
 			count(c, PDSCP_C_REMOVED);
+		} else {
+			count(c, PDSCP_C_CURRENT);
 		}
 		return TC_ACT_UNSPEC;
 	}
@@ -393,7 +399,6 @@ static __always_inline int uplink_side(struct __sk_buff *skb, const int l3)
 	__u32 zero = 0, hash, roles;
 	int dscp = -1;
 
-	count(c, PDSCP_C_PACKETS);
 	cfg = bpf_map_lookup_elem(&pdscp_config, &zero);
 	if (!cfg || !parse_ip(skb, l3, &v)) {
 		count(c, PDSCP_C_NOT_IP);

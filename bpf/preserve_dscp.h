@@ -16,11 +16,13 @@
 #define PDSCP_COUNTER_SLOTS 512
 #define PDSCP_COUNTERS      16
 
+/* Each packet moves exactly one counter, so packets seen = their sum (one
+ * increment per packet, not two). */
 enum pdscp_counter {
-	PDSCP_C_PACKETS = 0,   /* packets seen by the program */
+	PDSCP_C_RESERVED = 0,  /* unused: packets seen is the sum of the others */
 	PDSCP_C_NOT_IP,        /* non-IP, truncated or unparsable: passed unchanged */
 	PDSCP_C_STORED,        /* map carrier: entry written (new flow or new DSCP) */
-	PDSCP_C_CURRENT,       /* map carrier: entry already held this DSCP */
+	PDSCP_C_CURRENT,       /* map carrier: entry already held this DSCP (or none for DSCP 0) */
 	PDSCP_C_REMOVED,       /* map carrier: DSCP 0, entry deleted */
 	PDSCP_C_ENCODED,       /* hash carrier: DSCP written into skb->hash */
 	PDSCP_C_REWRITTEN,     /* uplink: outer DSCP set from the carrier */
@@ -51,6 +53,7 @@ struct pdscp_flow {
 
 /* pdscp_config.flags */
 #define PDSCP_CFG_UNCHECKED_MAP 0x1 /* a map-carrier tunnel has no known port */
+#define PDSCP_CFG_MIXED_PORTS   0x2 /* a port serves map- and hash-carrier tunnels */
 
 struct pdscp_config {
 	__u32 key;          /* secret of the hash carrier's check field */

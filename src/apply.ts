@@ -7,7 +7,7 @@
 import { BpfMap, bindMap } from './kernel/bpf.js';
 import { closeFd } from './kernel/libc.js';
 import { type LoadedObject, loadObject } from './kernel/object.js';
-import { attachEgress, clsactFilterCount, detachEgress, ensureClsact, removeClsact } from './kernel/tc.js';
+import { attachEgress, clsactFilterCounts, detachEgress, ensureClsact, removeClsact } from './kernel/tc.js';
 import { ALL_MAPS, decodeLink, encodeConfig, encodeLink, FILTER, linkKey, MAP_CONFIG, MAP_FLOWS, MAP_LINKS, type MapName, u32Key } from './layout.js';
 import type { Action, Plan } from './plan.js';
 import type { Observed } from './observe.js';
@@ -40,6 +40,7 @@ export function apply(plan: Plan, obs: Observed, opts: ApplyOptions): ApplyResul
   };
   const reused: number[] = [];
   let verifierLog: string | undefined;
+  let filterCounts: Map<string, number> | undefined;
   try {
     plan.actions.forEach((action, i) => {
       opts.beforeAction?.(action, i);
@@ -91,7 +92,9 @@ export function apply(plan: Plan, obs: Observed, opts: ApplyOptions): ApplyResul
           detachEgress(action.ifindex, FILTER);
           break;
         case 'cleanupClsact':
-          if (clsactFilterCount(action.ifname) === 0) removeClsact(action.ifindex);
+          // Cleanups come last in a plan: count the filters of all of them at once.
+          filterCounts ??= clsactFilterCounts(plan.actions.filter((a) => a.op === 'cleanupClsact').map((a) => a.ifname));
+          if (filterCounts.get(action.ifname) === 0) removeClsact(action.ifindex);
           break;
       }
       applied.push(action);

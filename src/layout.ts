@@ -41,6 +41,8 @@ export function isOurProgram(name: string): boolean {
   return (ALL_PROGRAMS as readonly string[]).includes(name);
 }
 
+/** Counter slots in datapath order; 'packets' is not stored (slot 0 is
+ * reserved): every packet moves exactly one counter, so it is their sum. */
 export const COUNTER_NAMES = [
   'packets',
   'notIp',
@@ -62,6 +64,7 @@ export const PORT_HASH = 0x2;
 export const PORT_WG = 0x4;
 export const PORT_DST_SHIFT = 4;
 export const CFG_UNCHECKED_MAP = 0x1;
+export const CFG_MIXED_PORTS = 0x2;
 
 /** struct pdscp_config */
 export interface Config {
@@ -161,7 +164,7 @@ export const MAP_SHAPES: Record<MapName, { key: number; value: number }> = {
 };
 
 /** Port roles of the tunnels in the registry, as the config's port table. */
-export function portTable(records: LinkRecord[]): { ports: Uint8Array; uncheckedMap: boolean } {
+export function portTable(records: LinkRecord[]): { ports: Uint8Array; uncheckedMap: boolean; mixed: boolean } {
   const ports = new Uint8Array(65536);
   let uncheckedMap = false;
   for (const r of records) {
@@ -171,5 +174,11 @@ export function portTable(records: LinkRecord[]): { ports: Uint8Array; unchecked
     if (r.dport) ports[r.dport] |= (bits & ~PORT_WG) << PORT_DST_SHIFT;
     if (!r.sport && !r.dport && r.carrier === 'map') uncheckedMap = true;
   }
-  return { ports, uncheckedMap };
+  return { ports, uncheckedMap, mixed: mixedPorts(ports) };
+}
+
+/** Some port serves tunnels of both carriers (as source or as destination). */
+export function mixedPorts(ports: Uint8Array): boolean {
+  const both = PORT_MAP | PORT_HASH;
+  return ports.some((p) => (p & both) === both || ((p >> PORT_DST_SHIFT) & both) === both);
 }

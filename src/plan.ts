@@ -7,6 +7,7 @@
  */
 import {
   type Carrier,
+  CFG_MIXED_PORTS,
   CFG_UNCHECKED_MAP,
   type Config,
   DEFAULT_MAP_SIZE,
@@ -110,10 +111,10 @@ function recordsOf(obs: Observed): LinkRecord[] {
 
 /** Config with the port table recomputed from records. */
 function configFor(base: Config | undefined, records: LinkRecord[], policy: number[] | undefined, newKey: number): Config {
-  const { ports, uncheckedMap } = portTable(records);
+  const { ports, uncheckedMap, mixed } = portTable(records);
   return {
     key: base?.key ?? newKey,
-    flags: uncheckedMap ? CFG_UNCHECKED_MAP : 0,
+    flags: (uncheckedMap ? CFG_UNCHECKED_MAP : 0) | (mixed ? CFG_MIXED_PORTS : 0),
     policy: policy ?? base?.policy ?? [...IDENTITY_POLICY],
     ports,
   };

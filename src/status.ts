@@ -43,6 +43,7 @@ function readCounters(stats: BpfMap, ifindex: number): Counters {
       out[n] += Number(v.readBigUInt64LE(cpu * per + i * 8));
     });
   }
+  out.packets = COUNTER_NAMES.reduce((sum, n) => (n === 'packets' ? sum : sum + out[n]), 0);
   return out;
 }
 

@@ -73,14 +73,21 @@ export function detachEgress(ifindex: number, id: FilterId): boolean {
   return true;
 }
 
-/** Number of filters of any owner on the device's clsact ingress and egress. */
-export function clsactFilterCount(ifname: string): number {
-  let n = 0;
-  for (const dir of ['ingress', 'egress']) {
-    const out = execFileSync('tc', ['-j', 'filter', 'show', 'dev', ifname, dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    const list = out.trim() ? (JSON.parse(out) as Array<{ handle?: unknown; options?: unknown }>) : [];
+/**
+ * Number of filters of any owner on each device's clsact ingress and egress,
+ * with one `tc -batch` for all devices (one process, not two per device).
+ */
+export function clsactFilterCounts(ifnames: string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  if (ifnames.length === 0) return counts;
+  const cmds = ifnames.flatMap((n) => [`filter show dev ${n} ingress`, `filter show dev ${n} egress`]);
+  const out = execFileSync('tc', ['-j', '-batch', '-'], { input: `${cmds.join('\n')}\n`, encoding: 'utf8', stdio: ['pipe', 'pipe', 'ignore'], maxBuffer: 256 << 20 });
+  const lines = out.split('\n').filter((l) => l.trim());
+  if (lines.length !== cmds.length) throw new Error(`tc -batch answered ${lines.length} of ${cmds.length} queries`);
+  ifnames.forEach((n, i) => {
     // tc lists a header entry per priority without options, and one per filter.
-    n += list.filter((f) => f.options !== undefined || f.handle !== undefined).length;
-  }
-  return n;
+    const perHook = [lines[2 * i], lines[2 * i + 1]].map((l) => (JSON.parse(l) as Array<{ options?: unknown }>).filter((f) => f.options !== undefined).length);
+    counts.set(n, perHook[0] + perHook[1]);
+  });
+  return counts;
 }

@@ -25,6 +25,7 @@ import { BpfMap, possibleCpus, testRun } from '../../src/kernel/bpf.js';
 import { KernelError } from '../../src/kernel/libbpf.js';
 import { loadObject, type LoadedObject } from '../../src/kernel/object.js';
 import {
+  CFG_MIXED_PORTS,
   COUNTER_NAMES,
   COUNTERS_PER_SLOT,
   COUNTER_SLOTS,
@@ -33,6 +34,7 @@ import {
   MAP_CONFIG,
   MAP_FLOWS,
   MAP_STATS,
+  mixedPorts,
   u32Key,
   type Carrier,
   type Config,
@@ -154,7 +156,12 @@ export class Harness {
   setConfig(c: Partial<Config>): void {
     this.config.update(
       u32Key(0),
-      encodeConfig({ key: c.key ?? 0, flags: c.flags ?? 0, policy: c.policy ?? [...IDENTITY_POLICY], ports: c.ports ?? new Uint8Array(65536) }),
+      encodeConfig({
+        key: c.key ?? 0,
+        flags: c.flags ?? (c.ports && mixedPorts(c.ports) ? CFG_MIXED_PORTS : 0),
+        policy: c.policy ?? [...IDENTITY_POLICY],
+        ports: c.ports ?? new Uint8Array(65536),
+      }),
     );
   }
 
@@ -207,6 +214,8 @@ export class Harness {
       for (let cpu = 0; cpu < possibleCpus(); cpu++) sum += v.readBigUInt64LE(cpu * stride + i * 8);
       c[name] = Number(sum);
     });
+    // Every packet moves exactly one counter: packets seen is their sum.
+    c.packets = COUNTER_NAMES.reduce((n, name) => (name === 'packets' ? n : n + c[name]), 0);
     return c;
   }
 
