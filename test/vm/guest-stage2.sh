@@ -6,7 +6,7 @@
 # and powers the VM off.
 #
 # Files in /run/vm (written by run-in-vm.sh):
-#   config   bash, sourced: VM_KVER VM_KROOT, VM_RW_SHARES ("tag:path" words)
+#   config   bash, sourced: VM_KVER VM_KROOT, VM_RW_SHARES ("tag:path" words), VM_REPO
 #   env      bash, sourced by the command's shell: exported variables
 #   cmd.sh   the command (cd to the working directory, then exec argv)
 R=/run/vm
@@ -38,6 +38,15 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 # "ip netns add" bind-mounts files under /run/netns and needs shared propagation
 mount --make-rshared /
+
+# The repository, read-only at its host path: the root share shows it too,
+# unless it lives under /tmp, /run or /var, which are tmpfs in here (a CI
+# clone under /tmp, for example).
+if [ -n "${VM_REPO:-}" ]; then
+    mkdir -p "$VM_REPO" 2>/dev/null
+    mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=mmap repo "$VM_REPO" ||
+        fatal "cannot mount the repository share on $VM_REPO"
+fi
 
 # Writable 9p shares asked for with VM_RW_DIRS, mounted over their host path
 for share in ${VM_RW_SHARES:-}; do

@@ -86,6 +86,7 @@ done
     printf 'VM_KVER=%q\n' "$KVER"
     printf 'VM_KROOT=%q\n' "$KROOT"
     printf 'VM_RW_SHARES=%q\n' "$RW_SHARES"
+    printf 'VM_REPO=%q\n' "$REPO"
 } > "$RUN/config"
 : > "$RUN/stdout"
 : > "$RUN/stderr"
@@ -103,6 +104,7 @@ QEMU=(qemu-system-x86_64
     -serial "file:$RUN/console.log"
     -kernel "$VMLINUZ" -initrd "$INITRD" -append "$KARGS"
     -virtfs "local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap"
+    -virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on,multidevs=remap"
     -virtfs "local,path=$RUN,mount_tag=results,security_model=none"
     "${RW_ARGS[@]}"
     -device virtio-serial-pci,id=vser
