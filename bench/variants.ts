@@ -51,12 +51,8 @@ export interface Variant {
   array?: boolean;
 }
 
-const RECALC: [string, string] = [
-  'return mix32(bpf_get_hash_recalc(skb) ^ (skb->ifindex * 0x9e3779b9u));',
-  '__u32 h = skb->hash;\n\n\tif (!h)\n\t\th = bpf_get_hash_recalc(skb);\n\treturn mix32(h ^ (skb->ifindex * 0x9e3779b9u));',
-];
 const NOCOUNT: [string, string] = ['if (c)\n\t\tc->v[which]++;', '(void)c;\n\t(void)which;'];
-const NODECODE: [string, string] = ['if (hc_decode(hash, cfg->key) >= 0)\n\t\thash ^= 1;', ''];
+const NODECODE: [string, string] = ['if ((cfg->flags & PDSCP_CFG_MIXED_PORTS) && hc_decode(hash, cfg->key) >= 0)\n\t\thash ^= 1;', ''];
 const ARRAY_MAP: [string, string] = [
   `struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -80,6 +76,8 @@ const ARRAY_TUNNEL: [string, string] = [
 		if (cur) {
 			bpf_map_delete_elem(&pdscp_flows, &hash);
 			count(c, PDSCP_C_REMOVED);
+		} else {
+			count(c, PDSCP_C_CURRENT);
 		}
 		return TC_ACT_UNSPEC;
 	}
@@ -102,6 +100,8 @@ const ARRAY_TUNNEL: [string, string] = [
 		if ((__u32)old == hash && (old >> 32)) {
 			*(volatile __u64 *)e = 0;
 			count(c, PDSCP_C_REMOVED);
+		} else {
+			count(c, PDSCP_C_CURRENT);
 		}
 		return TC_ACT_UNSPEC;
 	}
@@ -132,12 +132,9 @@ const ARRAY_UPLINK: [string, string] = [
 
 export const VARIANTS: Variant[] = [
   { name: 'as-is', what: 'bpf/preserve_dscp.bpf.c unchanged', patches: [] },
-  { name: 'no-recalc', what: 'tunnel_flow_hash reads skb->hash, calls bpf_get_hash_recalc only when it is 0', patches: [RECALC] },
   { name: 'no-counters', what: 'count() does nothing (cost of the per-CPU counters)', patches: [NOCOUNT] },
-  { name: 'no-decode', what: 'map carrier skips the hc_decode() collision check (cost of one mix32 + check)', patches: [NODECODE] },
-  { name: 'no-recalc+1-counter', what: 'no-recalc, and no PDSCP_C_PACKETS increment (one counter per packet instead of two)', patches: [RECALC, ['count(c, PDSCP_C_PACKETS);', '']] },
+  { name: 'no-decode', what: 'map carrier without the mixed-port check (off by default unless a port serves both carriers)', patches: [NODECODE] },
   { name: 'array', what: 'pdscp_flows as a direct-mapped ARRAY (slot = hash & mask, u64 tag+DSCP) instead of LRU_HASH', patches: [ARRAY_MAP, ARRAY_TUNNEL, ARRAY_UPLINK], array: true },
-  { name: 'array+no-recalc', what: 'array and no-recalc together', patches: [ARRAY_MAP, ARRAY_TUNNEL, ARRAY_UPLINK, RECALC], array: true },
 ];
 
 export interface BuiltVariant {

@@ -8,9 +8,9 @@
  *   - hash carrier: encode it, with a check field, into the flow hash itself.
  * Either way the program re-sets skb->hash with bpf_set_hash(), which marks it
  * as an L4 hash, so tunnels that clear non-L4 hashes (an IPv4 outer header
- * after ICMP or fragments) keep it. The hash is mixed with the tunnel's
- * ifindex so identical inner flows on different tunnels (fe80::1 -> fe80::2
- * on every WireGuard interface) get different keys.
+ * after ICMP or fragments) keep it. For the map the hash is mixed with the
+ * tunnel's ifindex so identical inner flows on different tunnels (fe80::1 ->
+ * fe80::2 on every WireGuard interface) get different keys.
  *
  * Uplink side (egress of the physical device): find the mark for the outer
  * packet and rewrite the outer DSCP, keeping ECN, the IPv6 flow label and a
@@ -256,17 +256,21 @@ static __always_inline int hc_decode(__u32 hash, __u32 key)
 	return dscp;
 }
 
-static __always_inline __u32 tunnel_flow_hash(struct __sk_buff *skb)
+static __always_inline __u32 flow_hash(struct __sk_buff *skb)
 {
 	/* Most packets arrive with their flow hash set (socket txhash, RX
 	 * hash); the helper call is only needed when it is not. */
 	__u32 h = skb->hash;
 
-	if (!h)
-		h = bpf_get_hash_recalc(skb);
+	return h ? h : bpf_get_hash_recalc(skb);
+}
+
+static __always_inline __u32 tunnel_flow_hash(struct __sk_buff *skb)
+{
 	/* Mixing in the tunnel's ifindex separates identical inner flows of
-	 * different tunnels sharing the uplink. */
-	return mix32(h ^ (skb->ifindex * 0x9e3779b9u));
+	 * different tunnels in the shared flow map. (The hash carrier shares
+	 * nothing between tunnels and needs no such mix.) */
+	return mix32(flow_hash(skb) ^ (skb->ifindex * 0x9e3779b9u));
 }
 
 static __always_inline int tunnel_side(struct __sk_buff *skb, const int l3, const int carrier,
@@ -283,16 +287,16 @@ static __always_inline int tunnel_side(struct __sk_buff *skb, const int l3, cons
 		return TC_ACT_UNSPEC;
 	}
 	dscp = cfg->policy[(v.tclass >> 2) & 0x3f] & 0x3f;
-	hash = tunnel_flow_hash(skb);
 
 	if (carrier == PDSCP_CARRIER_HASH) {
-		hash = hc_encode(hash, dscp, cfg->key);
+		hash = hc_encode(flow_hash(skb), dscp, cfg->key);
 		if (hash)
 			bpf_set_hash(skb, hash);
 		count(c, PDSCP_C_ENCODED);
 		return TC_ACT_UNSPEC;
 	}
 
+	hash = tunnel_flow_hash(skb);
 	/* Map carrier: where one port serves both carriers, a key that would
 	 * pass the hash carrier's check is made to fail it (flip a check bit),
 	 * so the uplink never reads a map key as an encoded mark. */
