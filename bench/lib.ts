@@ -1,4 +1,5 @@
 /** Shared helpers of the bench: timing, statistics, packets, shell. */
+import * as P from '../test/datapath/packets.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 
 export function median(xs: number[]): number {
@@ -74,76 +75,27 @@ export function mix32(x: number): number {
   return x >>> 0;
 }
 
-// ---- packets ----------------------------------------------------------------
-
-function csum16(b: Buffer): number {
-  let s = 0;
-  for (let i = 0; i < b.length; i += 2) s += (b[i] << 8) | (b[i + 1] ?? 0);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return ~s & 0xffff;
-}
+// ---- packets (the datapath tests' builder, in the bench's argument order) ----
 
 export function eth(proto: number, payload: Buffer): Buffer {
-  const h = Buffer.from([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, proto >> 8, proto & 0xff]);
-  return Buffer.concat([h, payload]);
+  return P.ethernet(proto, payload);
 }
 
-/* Source addresses chosen so that BPF_PROG_TEST_RUN, which always runs
- * eth_type_trans() on the data, reads the right EtherType from bytes 12-13
- * when the packet starts at the IP header (l3 framing): 8.0.x.x for IPv4,
- * 2001:db8:86dd:: for IPv6. */
-export const SRC4 = [8, 0, 0, 1];
-export const DST4 = [10, 0, 0, 2];
-export const SRC6 = Buffer.from('20010db886dd00000000000000000001', 'hex');
-export const DST6 = Buffer.from('20010db8000000000000000000000002', 'hex');
-
 export function ipv4(tos: number, proto: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(20);
-  h[0] = 0x45;
-  h[1] = tos;
-  h.writeUInt16BE(20 + payload.length, 2);
-  h.writeUInt16BE(0x1234, 4);
-  h[8] = 64;
-  h[9] = proto;
-  h.set(SRC4, 12);
-  h.set(DST4, 16);
-  h.writeUInt16BE(csum16(h), 10);
-  return Buffer.concat([h, payload]);
+  return P.ipv4({ tos, proto, payload });
 }
 
 export function ipv6(tclass: number, nh: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(40);
-  h.writeUInt32BE(((6 << 28) | (tclass << 20) | 0x12345) >>> 0, 0);
-  h.writeUInt16BE(payload.length, 4);
-  h[6] = nh;
-  h[7] = 64;
-  SRC6.copy(h, 8);
-  DST6.copy(h, 24);
-  return Buffer.concat([h, payload]);
+  return P.ipv6({ tclass, proto: nh, flowLabel: 0x12345, payload });
 }
 
 export function tcp(sport: number, dport: number, payloadLen: number): Buffer {
-  const h = Buffer.alloc(20 + payloadLen);
-  h.writeUInt16BE(sport, 0);
-  h.writeUInt16BE(dport, 2);
-  h.writeUInt32BE(1, 4);
-  h[12] = 5 << 4;
-  h[13] = 0x10; // ACK
-  h.writeUInt16BE(65535, 14);
-  return h;
+  return Buffer.concat([P.tcp(sport, dport), Buffer.alloc(payloadLen)]);
 }
 
-export function udp(sport: number, dport: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(8);
-  h.writeUInt16BE(sport, 0);
-  h.writeUInt16BE(dport, 2);
-  h.writeUInt16BE(8 + payload.length, 4);
-  return Buffer.concat([h, payload]);
-}
+export const udp = P.udp;
 
 /** DSCP of the IP header at off (IPv4 or IPv6). */
 export function dscpAt(pkt: Buffer, off: number): number {
-  const v = pkt[off] >> 4;
-  if (v === 4) return pkt[off + 1] >> 2;
-  return (((pkt[off] & 0x0f) << 4) | (pkt[off + 1] >> 4)) >> 2;
+  return P.dsByte(pkt, off) >> 2;
 }

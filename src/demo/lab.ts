@@ -154,20 +154,16 @@ function makeUnderlay(lab: Lab, underlay: Family, opts: { tunnel: string; uplink
   const peerIf = 'veth-b';
   const A = lab.netns('a');
   const B = lab.netns('b');
-  const a: TunnelEnd = {
-    ns: A,
-    under: underlay === 4 ? '10.200.0.1' : 'fd00:200::1',
-    inner4: '10.201.0.1',
-    inner6: 'fd00:201::1',
-    mac: '02:00:00:20:01:01',
-  };
-  const b: TunnelEnd = {
-    ns: B,
-    under: underlay === 4 ? '10.200.0.2' : 'fd00:200::2',
-    inner4: '10.201.0.2',
-    inner6: 'fd00:201::2',
-    mac: '02:00:00:20:01:02',
-  };
+  // End n (1 = A, 2 = B) of the underlay and of the tunnel's inner networks.
+  const end = (ns: string, n: number): TunnelEnd => ({
+    ns,
+    under: underlay === 4 ? `10.200.0.${n}` : `fd00:200::${n}`,
+    inner4: `10.201.0.${n}`,
+    inner6: `fd00:201::${n}`,
+    mac: `02:00:00:20:01:0${n}`,
+  });
+  const a = end(A, 1);
+  const b = end(B, 2);
   sh('ip', ['-n', A, 'link', 'add', uplink, 'type', 'veth', 'peer', 'name', peerIf, 'netns', B]);
   const plen = underlay === 4 ? '/24' : '/64';
   for (const [end, dev] of [
