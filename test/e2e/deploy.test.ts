@@ -63,6 +63,38 @@ test('watch: attaches matching tunnels, reacts to a link added and deleted withi
   });
 });
 
+test('watch: uplinks "auto" follow the route to the tunnel remote; --cleanup-on-exit removes what it attached', async () => {
+  await withLab('watch auto', async (lab) => {
+    const s = makeStar(lab, 1, 2);
+    const dir = mkdtempSync(join(tmpdir(), 'pdscp-watch-'));
+    const conf = join(dir, 'conf.json');
+    writeFileSync(conf, JSON.stringify({ tunnels: [{ match: 'vx*', uplinks: 'auto' }] }));
+    const child = spawn('ip', ['netns', 'exec', s.a, CLI, 'watch', '--config', conf, '--cleanup-on-exit'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      await until('attach via the routed uplink', () => ours(s.a, 'vx0').length === 1 && ours(s.a, 'up0').length === 1, 10_000);
+      assert.equal(ours(s.a, 'up1').length, 0, 'up1 carries no route to the remote');
+      child.kill('SIGTERM');
+      assert.equal(await new Promise<number | null>((r) => child.on('exit', r)), 0);
+      assert.equal(ours(s.a, 'vx0').length + ours(s.a, 'up0').length, 0, 'removed on exit');
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+test('doctor: reports what is there, and what is missing with exit 1', async () => {
+  const ok = await runAsync(CLI, ['doctor', '--json']);
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  const checks = JSON.parse(ok.stdout).checks as { name: string; ok: boolean; required: boolean }[];
+  for (const name of ['privileges', 'libbpf', 'BPF object', 'BPF programs', 'tc clsact + cls_bpf']) {
+    assert.ok(checks.find((c) => c.name === name)?.ok, `${name}: ${JSON.stringify(checks)}`);
+  }
+  const missing = await runAsync(CLI, ['doctor'], { env: { ...process.env, PRESERVE_DSCP_LIBBPF: '/nonexistent/libbpf.so.1' } });
+  assert.equal(missing.code, 1);
+  assert.match(missing.stdout, /libbpf\s+MISSING\s+libbpf\.so\.1 not found/);
+});
+
 test('watch: a configuration error names the line and field, exit 2', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pdscp-conf-'));
   try {
