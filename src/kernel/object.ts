@@ -37,6 +37,7 @@ export interface LoadedObject {
 }
 
 const LOG_SIZE = 4 << 20;
+let logBuffer: Buffer | undefined;
 
 export function loadObject(path: string, opts: LoadOptions): LoadedObject {
   const f = libbpf();
@@ -46,7 +47,11 @@ export function loadObject(path: string, opts: LoadOptions): LoadedObject {
   } catch {
     throw new KernelError(`BPF object ${path} is missing: run npm run build`, 2);
   }
-  const log = Buffer.alloc(LOG_SIZE);
+  // One log buffer for every load of the process (a load per attach would
+  // otherwise allocate LOG_SIZE each time); only the text up to NUL is read.
+  logBuffer ??= Buffer.alloc(LOG_SIZE);
+  const log = logBuffer;
+  log[0] = 0;
   const o = Buffer.alloc(80);
   o.writeBigUInt64LE(80n, 0);
   o.writeBigUInt64LE(addressOf(log), 56);
