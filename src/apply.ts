@@ -8,7 +8,7 @@ import { BpfMap, bindMap } from './kernel/bpf.js';
 import { closeFd } from './kernel/libc.js';
 import { type LoadedObject, loadObject } from './kernel/object.js';
 import { attachEgress, clsactFilterCounts, detachEgress, ensureClsact, removeClsact } from './kernel/tc.js';
-import { ALL_MAPS, decodeLink, encodeConfig, encodeLink, FILTER, linkKey, MAP_CONFIG, MAP_FLOWS, MAP_LINKS, type MapName, u32Key } from './layout.js';
+import { ALL_MAPS, encodeConfig, encodeLink, FILTER, linkKey, MAP_CONFIG, MAP_FLOWS, MAP_LINKS, type MapName, u32Key } from './layout.js';
 import type { Action, Plan } from './plan.js';
 import type { Observed } from './observe.js';
 
@@ -38,6 +38,9 @@ export function apply(plan: Plan, obs: Observed, opts: ApplyOptions): ApplyResul
     maps.set(name, m);
     return m;
   };
+  // The registry as this apply leaves it, so a created clsact is recorded
+  // without walking the map (one walk per attach would be quadratic).
+  const records = new Map((obs.instance?.records ?? []).map((r) => [linkKey(r).toString('hex'), r]));
   const reused: number[] = [];
   let verifierLog: string | undefined;
   let filterCounts: Map<string, number> | undefined;
@@ -69,9 +72,11 @@ export function apply(plan: Plan, obs: Observed, opts: ApplyOptions): ApplyResul
         }
         case 'register':
           map(MAP_LINKS).update(linkKey(action.record), encodeLink(action.record));
+          records.set(linkKey(action.record).toString('hex'), action.record);
           break;
         case 'unregister':
           map(MAP_LINKS).delete(linkKey(action));
+          records.delete(linkKey(action).toString('hex'));
           break;
         case 'config':
           map(MAP_CONFIG).update(u32Key(0), encodeConfig(action.config));
@@ -85,7 +90,15 @@ export function apply(plan: Plan, obs: Observed, opts: ApplyOptions): ApplyResul
             if (created) removeClsact(action.ifindex);
             throw e;
           }
-          if (created) markCreatedClsact(map(MAP_LINKS), action.ifindex);
+          if (created) {
+            // Recorded so that unload may remove the qdisc the tool added.
+            for (const [k, r] of records) {
+              if (r.ifindex !== action.ifindex) continue;
+              const marked = { ...r, createdClsact: true };
+              map(MAP_LINKS).update(linkKey(marked), encodeLink(marked));
+              records.set(k, marked);
+            }
+          }
           break;
         }
         case 'detach':
@@ -105,15 +118,4 @@ export function apply(plan: Plan, obs: Observed, opts: ApplyOptions): ApplyResul
     reused.forEach(closeFd);
   }
   return { applied, verifierLog };
-}
-
-/** Records that the tool added the device's clsact qdisc (so unload may remove it). */
-function markCreatedClsact(links: BpfMap, ifindex: number): void {
-  for (const key of links.keys()) {
-    if (key.readUInt32LE(0) !== ifindex) continue;
-    const v = links.lookup(key);
-    if (!v) continue;
-    const rec = decodeLink(key, v);
-    links.update(key, encodeLink({ ...rec, createdClsact: true }));
-  }
 }

@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { privileges } from './kernel/caps.js';
 import { libbpfVersion } from './kernel/libbpf.js';
 import { loadObject } from './kernel/object.js';
 import { ensureClsact, attachEgress, queryEgress } from './kernel/tc.js';
@@ -20,19 +21,6 @@ export interface Check {
 
 function has(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-}
-
-function capabilities(): { root: boolean; caps: boolean } {
-  const root = process.getuid?.() === 0;
-  try {
-    const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('CapEff:')) ?? '';
-    const eff = BigInt(`0x${line.split(/\s+/)[1] ?? '0'}`);
-    const netAdmin = (eff >> 12n) & 1n;
-    const bpf = ((eff >> 39n) & 1n) | ((eff >> 21n) & 1n);
-    return { root, caps: netAdmin === 1n && bpf === 1n };
-  } catch {
-    return { root, caps: root };
-  }
 }
 
 /** Runs in a throwaway namespace (the hidden `__probe` command): clsact + cls_bpf on lo, and WireGuard. */
@@ -58,7 +46,7 @@ export function doctor(selfArgv: string[]): Check[] {
   const checks: Check[] = [];
   const add = (name: string, ok: boolean, required: boolean, detail: string) => checks.push({ name, ok, required, detail });
 
-  const { root, caps } = capabilities();
+  const { root, caps } = privileges();
   add('privileges', root || caps, true, root ? 'root' : caps ? 'CAP_BPF/CAP_SYS_ADMIN and CAP_NET_ADMIN' : 'run as root, or grant CAP_BPF and CAP_NET_ADMIN');
   add('kernel', true, false, readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim());
 

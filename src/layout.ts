@@ -59,6 +59,20 @@ export const COUNTER_NAMES = [
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
 
+/** One pdscp_stats slot as read from userspace (a value per CPU), summed. */
+export function decodeCounters(value: Buffer, cpus: number): Counters {
+  const out = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Counters;
+  const stride = COUNTERS_PER_SLOT * 8;
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    COUNTER_NAMES.forEach((n, i) => {
+      if (n !== 'packets') out[n] += Number(value.readBigUInt64LE(cpu * stride + i * 8));
+    });
+  }
+  // Every packet moves exactly one counter: packets seen is their sum.
+  out.packets = COUNTER_NAMES.reduce((sum, n) => sum + out[n], 0);
+  return out;
+}
+
 export const PORT_MAP = 0x1;
 export const PORT_HASH = 0x2;
 export const PORT_WG = 0x4;

@@ -16,7 +16,7 @@ import {
   portTable,
   programName,
 } from './layout.js';
-import type { Link } from './kernel/links.js';
+import { isL3, type Link } from './kernel/links.js';
 import type { Observed } from './observe.js';
 
 export class PlanError extends Error {
@@ -199,10 +199,11 @@ export function planAttach(obs: Observed, req: AttachRequest, newKey: number): P
   const filterOn = (ifindex: number) => obs.filters.find((f) => f.ifindex === ifindex);
 
   // Uplink.
-  const upProg = programName('uplink', uplink.linkType !== 'ether');
+  const upL3 = isL3(uplink);
+  const upProg = programName('uplink', upL3);
   const upRec = records.find((r) => r.role === 'uplink' && r.ifindex === uplink.ifindex && r.uplinkIfindex === 0);
   const upFilter = filterOn(uplink.ifindex);
-  if (!upRec || upRec.name !== uplink.name || upRec.l3 !== (uplink.linkType !== 'ether')) {
+  if (!upRec || upRec.name !== uplink.name || upRec.l3 !== upL3) {
     registers.push({
       ifindex: uplink.ifindex,
       uplinkIfindex: 0,
@@ -211,7 +212,7 @@ export function planAttach(obs: Observed, req: AttachRequest, newKey: number): P
       dport: 0,
       carrier: 'map',
       createdClsact: upRec?.createdClsact ?? false,
-      l3: uplink.linkType !== 'ether',
+      l3: upL3,
       wireguard: false,
       name: uplink.name,
     });
@@ -225,7 +226,7 @@ export function planAttach(obs: Observed, req: AttachRequest, newKey: number): P
   const tunnelAttaches: Action[] = [];
   for (const t of tunnels) {
     const s = tunnelSettings(t, req, obs.wireguardPorts[t.name]);
-    const l3 = t.linkType !== 'ether';
+    const l3 = isL3(t);
     const prog = programName('tunnel', l3, s.carrier, s.sport !== 0 || s.dport !== 0);
     const existing = records.find((r) => r.role === 'tunnel' && r.ifindex === t.ifindex && r.uplinkIfindex === uplink.ifindex);
     const rec: LinkRecord = {

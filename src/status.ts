@@ -1,6 +1,6 @@
 /** Status: what is attached where, read back from the kernel. */
 import { BpfMap, possibleCpus } from './kernel/bpf.js';
-import { COUNTER_NAMES, COUNTER_SLOTS, COUNTERS_PER_SLOT, type Counters, type LinkRecord, MAP_FLOWS, MAP_STATS, u32Key } from './layout.js';
+import { COUNTER_SLOTS, type Counters, decodeCounters, type LinkRecord, MAP_FLOWS, MAP_STATS, u32Key } from './layout.js';
 import type { Observed } from './observe.js';
 import { describePolicy } from './policy.js';
 
@@ -34,17 +34,8 @@ export interface StatusReport {
 }
 
 function readCounters(stats: BpfMap, ifindex: number): Counters {
-  const v = stats.lookup(u32Key(ifindex % COUNTER_SLOTS));
-  const out = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Counters;
-  if (!v) return out;
-  const per = COUNTERS_PER_SLOT * 8;
-  for (let cpu = 0; cpu < possibleCpus(); cpu++) {
-    COUNTER_NAMES.forEach((n, i) => {
-      out[n] += Number(v.readBigUInt64LE(cpu * per + i * 8));
-    });
-  }
-  out.packets = COUNTER_NAMES.reduce((sum, n) => (n === 'packets' ? sum : sum + out[n]), 0);
-  return out;
+  const v = stats.lookup(u32Key(ifindex % COUNTER_SLOTS)) ?? Buffer.alloc(stats.userValueSize);
+  return decodeCounters(v, possibleCpus());
 }
 
 export function buildStatus(obs: Observed): StatusReport {

@@ -1,4 +1,5 @@
 /** Entry point of the command line: parse, run, print, exit with 0/1/2. */
+import { privileges } from '../kernel/caps.js';
 import { KernelError } from '../kernel/libbpf.js';
 import { VerifierError } from '../kernel/object.js';
 import { findObject, run, status } from '../ops.js';
@@ -10,7 +11,6 @@ import { describePolicy } from '../policy.js';
 import { HELP, parseArgs, UsageError } from './args.js';
 import { describeAction, formatStatus, table } from './format.js';
 import { runDemo } from '../demo.js';
-import { execFileSync } from 'node:child_process';
 
 declare const PRESERVE_DSCP_VERSION: string | undefined;
 const VERSION = typeof PRESERVE_DSCP_VERSION !== 'undefined' ? PRESERVE_DSCP_VERSION : 'dev';
@@ -25,20 +25,8 @@ function fail(message: string, code: number): never {
 }
 
 function requireRoot(): void {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    // Capabilities may still suffice; check them before refusing.
-    try {
-      const caps = execFileSync('sh', ['-c', 'grep CapEff /proc/self/status'], { encoding: 'utf8' });
-      const eff = BigInt(`0x${caps.split(/\s+/)[1]}`);
-      const NET_ADMIN = 1n << 12n;
-      const SYS_ADMIN = 1n << 21n;
-      const BPF = 1n << 39n;
-      if ((eff & NET_ADMIN) && ((eff & BPF) || (eff & SYS_ADMIN))) return;
-    } catch {
-      /* fall through */
-    }
-    fail('needs root (or CAP_BPF and CAP_NET_ADMIN)', 1);
-  }
+  const { root, caps } = privileges();
+  if (!root && !caps) fail('needs root (or CAP_BPF and CAP_NET_ADMIN)', 1);
 }
 
 export async function main(argv: string[]): Promise<void> {

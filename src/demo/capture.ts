@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { liveTempDirs, sleep, stopChild, track, waitFor } from './exec.js';
-import { type IpInfo, ipOffset, parseIp, parsePcap, type TunnelPacket, tunnelPackets } from './pcap.js';
+import { type IpInfo, ipPackets, PROTO_UDP, type TunnelPacket, tunnelPackets } from './pcap.js';
 
 export class Capture {
   private constructor(
@@ -52,14 +52,7 @@ export class Capture {
     await sleep(settleMs);
     await stopChild(this.child, 'SIGINT');
     try {
-      const { linktype, records } = parsePcap(readFileSync(this.file));
-      const out: { ip: IpInfo; payload: Buffer }[] = [];
-      for (const r of records) {
-        const off = ipOffset(r.data, linktype);
-        const ip = off < 0 ? undefined : parseIp(r.data, off);
-        if (ip) out.push({ ip, payload: r.data.subarray(ip.proto === 17 ? ip.l4 + 8 : ip.l4) });
-      }
-      return out;
+      return ipPackets(readFileSync(this.file)).map(({ ip, data }) => ({ ip, payload: data.subarray(ip.proto === PROTO_UDP ? ip.l4 + 8 : ip.l4) }));
     } finally {
       rmSync(this.dir, { recursive: true, force: true });
     }

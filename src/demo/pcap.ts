@@ -216,15 +216,19 @@ export function decodeTunnel(b: Buffer, ipOff: number, vxlanPort = 4789): Tunnel
   return pkt;
 }
 
-/** Every tunnel packet of a pcap file's content. */
-export function tunnelPackets(pcapFile: Buffer, vxlanPort = 4789): TunnelPacket[] {
+/** Every IP packet of a pcap file's content, with its frame and the IP header's offset. */
+export function ipPackets(pcapFile: Buffer): { ip: IpInfo; data: Buffer; off: number }[] {
   const { linktype, records } = parsePcap(pcapFile);
-  const out: TunnelPacket[] = [];
+  const out: { ip: IpInfo; data: Buffer; off: number }[] = [];
   for (const r of records) {
     const off = ipOffset(r.data, linktype);
-    if (off < 0) continue;
-    const p = decodeTunnel(r.data, off, vxlanPort);
-    if (p) out.push(p);
+    const ip = off < 0 ? undefined : parseIp(r.data, off);
+    if (ip) out.push({ ip, data: r.data, off });
   }
   return out;
+}
+
+/** Every tunnel packet of a pcap file's content. */
+export function tunnelPackets(pcapFile: Buffer, vxlanPort = 4789): TunnelPacket[] {
+  return ipPackets(pcapFile).map((p) => decodeTunnel(p.data, p.off, vxlanPort)).filter((p): p is TunnelPacket => !!p);
 }

@@ -29,6 +29,7 @@ import {
   COUNTER_NAMES,
   COUNTERS_PER_SLOT,
   COUNTER_SLOTS,
+  decodeCounters,
   encodeConfig,
   IDENTITY_POLICY,
   MAP_CONFIG,
@@ -206,17 +207,7 @@ export class Harness {
 
   /** Counters of a slot (ifindex % 512), per-CPU values summed. */
   counters(ifindex: number): Counters {
-    const v = this.stats.lookup(u32Key(ifindex % COUNTER_SLOTS))!;
-    const stride = this.stats.userValueSize / possibleCpus();
-    const c = {} as Counters;
-    COUNTER_NAMES.forEach((name, i) => {
-      let sum = 0n;
-      for (let cpu = 0; cpu < possibleCpus(); cpu++) sum += v.readBigUInt64LE(cpu * stride + i * 8);
-      c[name] = Number(sum);
-    });
-    // Every packet moves exactly one counter: packets seen is their sum.
-    c.packets = COUNTER_NAMES.reduce((n, name) => (name === 'packets' ? n : n + c[name]), 0);
-    return c;
+    return decodeCounters(this.stats.lookup(u32Key(ifindex % COUNTER_SLOTS))!, possibleCpus());
   }
 
   /** One counter of a slot as stored per CPU. */

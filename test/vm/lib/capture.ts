@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { liveTempDirs, sleep, stopChild, track, waitFor } from '../../../src/demo/exec.js';
-import { type IpInfo, ipOffset, parseIp, parsePcap, PROTO_UDP } from '../../../src/demo/pcap.js';
+import { type IpInfo, ipPackets, PROTO_UDP } from '../../../src/demo/pcap.js';
 
 export class Tcpdump {
   private constructor(
@@ -74,15 +74,11 @@ export interface WgPacket {
 
 /** Outer WireGuard (UDP) packets of a capture. */
 export function wgPackets(pcap: Buffer): WgPacket[] {
-  const { linktype, records } = parsePcap(pcap);
   const out: WgPacket[] = [];
-  for (const r of records) {
-    const off = ipOffset(r.data, linktype);
-    if (off < 0) continue;
-    const ip = parseIp(r.data, off);
-    if (!ip || ip.proto !== PROTO_UDP || r.data.length < ip.l4 + 9) continue;
-    const len = r.data.readUInt16BE(ip.l4 + 4) - 8;
-    const type = r.data[ip.l4 + 8];
+  for (const { ip, data } of ipPackets(pcap)) {
+    if (ip.proto !== PROTO_UDP || data.length < ip.l4 + 9) continue;
+    const len = data.readUInt16BE(ip.l4 + 4) - 8;
+    const type = data[ip.l4 + 8];
     out.push({ ip, sport: ip.sport as number, dport: ip.dport as number, type, len, keepalive: type === WG_DATA && len === 32 });
   }
   return out;
@@ -103,18 +99,11 @@ export interface InnerPacket {
 
 /** Packets seen on a wg device (raw IP). */
 export function innerPackets(pcap: Buffer): InnerPacket[] {
-  const { linktype, records } = parsePcap(pcap);
-  const out: InnerPacket[] = [];
-  for (const r of records) {
-    const off = ipOffset(r.data, linktype);
-    if (off < 0) continue;
-    const ip = parseIp(r.data, off);
-    if (!ip) continue;
-    const len = ip.version === 4 ? r.data.readUInt16BE(off + 2) : r.data.readUInt16BE(off + 4) + 40;
-    const udp = ip.proto === PROTO_UDP ? r.data.subarray(ip.l4 + 8) : undefined;
-    out.push({ ip, len, udp });
-  }
-  return out;
+  return ipPackets(pcap).map(({ ip, data, off }) => ({
+    ip,
+    len: ip.version === 4 ? data.readUInt16BE(off + 2) : data.readUInt16BE(off + 4) + 40,
+    udp: ip.proto === PROTO_UDP ? data.subarray(ip.l4 + 8) : undefined,
+  }));
 }
 
 /** The outer ECN WireGuard gives (ip_tunnel_ecn_encap(0, inner)): CE becomes ECT(0). */
